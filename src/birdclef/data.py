@@ -6,21 +6,27 @@ Works on the BirdCLEF 2025 folder layout (see DESIGN.md), which the synthetic ge
 from __future__ import annotations
 
 import ast
+import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
+import hydra
 import librosa
 import numpy as np
 import pandas as pd
 import soundfile as sf
 import torch
 from sklearn.model_selection import StratifiedGroupKFold
-from torch.utils.data import Dataset
+from omegaconf import DictConfig
+from torch.utils.data import Dataset, TensorDataset
 from tqdm.auto import tqdm
 
 TRAIN_COLUMNS = ("primary_label", "secondary_labels", "filename")
 TAXONOMY_COLUMNS = ("primary_label",)
 AUDIO_SUFFIXES = (".ogg", ".wav", ".flac", ".mp3")
+
+log = logging.getLogger(__name__)
 
 
 def read_table(path: Path, required: Sequence[str]) -> pd.DataFrame:
@@ -169,3 +175,43 @@ def load_labelled_soundscapes(
                 order.append(rows[row_id])
     targets = labels.loc[order, list(class_names)].to_numpy(dtype=np.float32)
     return np.stack(windows), targets
+
+
+@dataclass
+class Datasets:
+    class_names: list[str]
+    train: ClipDataset
+    val_clips: ClipDataset
+    soundscapes: TensorDataset | None  # labelled soundscape windows, when a label file is configured
+    # per-training-clip sampling weights [N_train] for a WeightedRandomSampler; None = plain shuffling
+    train_sampling_weights: np.ndarray | None = None
+
+
+def build_datasets(cfg: DictConfig, seed: int) -> Datasets:
+    """Metadata -> targets -> grouped folds -> decoded clips (and labelled soundscape windows)."""
+    root = Path(hydra.utils.to_absolute_path(str(cfg.root)))
+    if cfg.get("generate_if_missing") and not (root / "taxonomy.csv").exists():
+        from birdclef.synthetic import generate_dataset
+
+        log.info("no dataset at %s: generating the synthetic one", root)
+        generate_dataset(root, seed=0)
+    class_names = load_class_names(root)
+    table = read_table(root / "train.csv", TRAIN_COLUMNS)
+    targets = build_targets(table, class_names, cfg.secondary_label_value)
+    is_val = assign_folds(table, cfg.n_folds, seed) == cfg.fold
+    waveforms = decode_all([root / "train_audio" / f for f in table["filename"]], cfg.sample_rate)
+    clip_samples = int(cfg.clip_seconds * cfg.sample_rate)
+
+    def subset(mask: np.ndarray, train: bool) -> ClipDataset:
+        return ClipDataset([w for w, m in zip(waveforms, mask) if m], targets[mask], clip_samples, train)
+
+    soundscapes = None
+    if cfg.get("soundscape_labels"):
+        windows, window_targets = load_labelled_soundscapes(
+            root / cfg.soundscape_dir, root / cfg.soundscape_labels, class_names, cfg.sample_rate, int(cfg.clip_seconds)
+        )
+        soundscapes = TensorDataset(torch.from_numpy(windows), torch.from_numpy(window_targets))
+    log.info("%d classes, %d training clips, %d held-out clips (fold %d of %d)%s", len(class_names),
+             int((~is_val).sum()), int(is_val.sum()), cfg.fold, cfg.n_folds,
+             f", {len(soundscapes)} labelled soundscape windows" if soundscapes else "")
+    return Datasets(class_names, subset(~is_val, True), subset(is_val, False), soundscapes)

@@ -6,14 +6,13 @@ import json
 import logging
 import math
 import random
-from dataclasses import dataclass
 from pathlib import Path
 
 import hydra
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, WeightedRandomSampler
 from tqdm.auto import tqdm
 
 from birdclef import data as bd
@@ -21,14 +20,6 @@ from birdclef.checkpoint import save_checkpoint
 from birdclef.metrics import macro_roc_auc, per_class_auc
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Datasets:
-    class_names: list[str]
-    train: bd.ClipDataset
-    val_clips: bd.ClipDataset
-    soundscapes: TensorDataset | None  # labelled soundscape windows, when a label file is configured
 
 
 def seed_everything(seed: int) -> None:
@@ -45,36 +36,6 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def prepare_data(cfg: DictConfig, seed: int) -> Datasets:
-    """Metadata -> targets -> grouped folds -> decoded clips (and labelled soundscape windows)."""
-    root = Path(hydra.utils.to_absolute_path(str(cfg.root)))
-    if cfg.get("generate_if_missing") and not (root / "taxonomy.csv").exists():
-        from birdclef.synthetic import generate_dataset
-
-        log.info("no dataset at %s: generating the synthetic one", root)
-        generate_dataset(root, seed=0)
-    class_names = bd.load_class_names(root)
-    table = bd.read_table(root / "train.csv", bd.TRAIN_COLUMNS)
-    targets = bd.build_targets(table, class_names, cfg.secondary_label_value)
-    is_val = bd.assign_folds(table, cfg.n_folds, seed) == cfg.fold
-    waveforms = bd.decode_all([root / "train_audio" / f for f in table["filename"]], cfg.sample_rate)
-    clip_samples = int(cfg.clip_seconds * cfg.sample_rate)
-
-    def subset(mask: np.ndarray, train: bool) -> bd.ClipDataset:
-        return bd.ClipDataset([w for w, m in zip(waveforms, mask) if m], targets[mask], clip_samples, train)
-
-    soundscapes = None
-    if cfg.get("soundscape_labels"):
-        windows, window_targets = bd.load_labelled_soundscapes(
-            root / cfg.soundscape_dir, root / cfg.soundscape_labels, class_names, cfg.sample_rate, int(cfg.clip_seconds)
-        )
-        soundscapes = TensorDataset(torch.from_numpy(windows), torch.from_numpy(window_targets))
-    log.info("%d classes, %d training clips, %d held-out clips (fold %d of %d)%s", len(class_names),
-             int((~is_val).sum()), int(is_val.sum()), cfg.fold, cfg.n_folds,
-             f", {len(soundscapes)} labelled soundscape windows" if soundscapes else "")
-    return Datasets(class_names, subset(~is_val, True), subset(is_val, False), soundscapes)
-
-
 @torch.no_grad()
 def predict(model: torch.nn.Module, dataset, batch_size: int, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
     """Sigmoid probabilities [N, C] and targets [N, C] over a dataset of (waveform, target, ...)."""
@@ -86,7 +47,7 @@ def predict(model: torch.nn.Module, dataset, batch_size: int, device: torch.devi
     return torch.cat(probs).numpy(), torch.cat(targets).numpy()
 
 
-def validate(model, datasets: Datasets, batch_size: int, device: torch.device) -> tuple[dict, dict]:
+def validate(model, datasets: bd.Datasets, batch_size: int, device: torch.device) -> tuple[dict, dict]:
     """Macro ROC-AUC (competition rule) on held-out clips and labelled soundscapes, plus per-class AUC."""
     named = {"clip": datasets.val_clips, "soundscape": datasets.soundscapes}
     scores, per_class = {}, {}
@@ -105,7 +66,7 @@ def run(cfg: DictConfig, run_dir: str | Path) -> float:
     run_dir = Path(run_dir)
     seed_everything(cfg.seed)
     device = resolve_device(cfg.trainer.device)
-    datasets = prepare_data(cfg.data, cfg.seed)
+    datasets = bd.build_datasets(cfg.data, cfg.seed)
     monitor = f"val/{cfg.data.get('monitor', 'clip')}_macro_auc"
     if monitor == "val/soundscape_macro_auc" and datasets.soundscapes is None:
         monitor = "val/clip_macro_auc"
@@ -113,8 +74,12 @@ def run(cfg: DictConfig, run_dir: str | Path) -> float:
     model = hydra.utils.instantiate(cfg.model, num_classes=len(datasets.class_names)).to(device)
     criterion = hydra.utils.instantiate(cfg.loss)
     optimizer = hydra.utils.instantiate(cfg.optimizer)(params=model.parameters())
-    loader = DataLoader(datasets.train, batch_size=cfg.trainer.batch_size, shuffle=True, drop_last=True,
-                        num_workers=cfg.trainer.num_workers, generator=torch.Generator().manual_seed(cfg.seed))
+    generator = torch.Generator().manual_seed(cfg.seed)
+    sampler = None
+    if datasets.train_sampling_weights is not None:  # rare-class oversampling / frequent-class caps
+        sampler = WeightedRandomSampler(datasets.train_sampling_weights, len(datasets.train), generator=generator)
+    loader = DataLoader(datasets.train, batch_size=cfg.trainer.batch_size, shuffle=sampler is None, sampler=sampler,
+                        drop_last=True, num_workers=cfg.trainer.num_workers, generator=generator)
     if len(loader) == 0:
         raise ValueError(f"{len(datasets.train)} training clips are fewer than one batch of {cfg.trainer.batch_size}")
     steps_per_epoch = min(len(loader), cfg.trainer.max_steps_per_epoch or len(loader))
