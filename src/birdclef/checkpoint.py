@@ -52,3 +52,26 @@ def load_model(path: str | Path) -> tuple[nn.Module, list[str], dict[str, Any]]:
     model = build_model(config["model"], num_classes=len(payload["class_names"]))
     model.load_state_dict(payload["model"])
     return model.eval(), list(payload["class_names"]), config
+
+
+def restore_training_state(path: str | Path, model: nn.Module, optimizer, scheduler, scaler, ema, generator) -> dict[str, Any]:
+    """Load last.pt into the live training objects; returns the loop bookkeeping saved with it.
+
+    Only torch RNG states are restored: the training code draws all its randomness from torch.
+    """
+    state = load_checkpoint(path)
+    if "optimizer" not in state:
+        raise ValueError(f"{path} holds weights only (best.pt?); resume needs checkpoints/last.pt")
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    scaler.load_state_dict(state["scaler"])
+    if ema is not None:
+        if state.get("ema") is None:
+            raise ValueError(f"{path} was trained without EMA but trainer.ema_decay is set")
+        ema.module.load_state_dict(state["ema"])
+    generator.set_state(state["generator"])
+    torch.set_rng_state(state["torch_rng"])
+    if torch.cuda.is_available() and state.get("cuda_rng") is not None:
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
+    return state["loop"]

@@ -1,4 +1,7 @@
-"""run(cfg) -> best validation macro ROC-AUC. One fit loop, readable top to bottom."""
+"""run(cfg, run_dir) -> best validation macro ROC-AUC. One fit loop, readable top to bottom.
+
+Single process, or DDP under torchrun (one process per GPU, or gloo on CPU).
+"""
 
 from __future__ import annotations
 
@@ -7,19 +10,25 @@ import logging
 import math
 import random
 from pathlib import Path
+from typing import Any
 
 import hydra
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
-from torch.utils.data import DataLoader, WeightedRandomSampler
+from timm.utils import ModelEmaV3
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler, WeightedRandomSampler
 from tqdm.auto import tqdm
 
 from birdclef import data as bd
-from birdclef.checkpoint import save_checkpoint
+from birdclef.checkpoint import restore_training_state, save_checkpoint
+from birdclef.distributed import Process, any_rank, gather_rows, init_process, shutdown
+from birdclef.logger import NullLogger
 from birdclef.metrics import macro_roc_auc, per_class_auc
 
 log = logging.getLogger(__name__)
+BEST_FILES = {"model": "best.pt", "ema": "best_ema.pt"}  # best weights of each validated source
 
 
 def seed_everything(seed: int) -> None:
@@ -36,53 +45,99 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+class IndexedDataset(torch.utils.data.Dataset):
+    """Adds the item index, so predictions sharded over ranks can be put back in order."""
+
+    def __init__(self, dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        return index, *self.dataset[index]
+
+
 @torch.no_grad()
-def predict(model: torch.nn.Module, dataset, batch_size: int, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
+def predict(model: torch.nn.Module, dataset, batch_size: int, device: torch.device,
+            process: Process = Process()) -> tuple[np.ndarray, np.ndarray]:
     """Sigmoid probabilities [N, C] and targets [N, C] over a dataset of (waveform, target, ...)."""
     model.eval()
-    probs, targets = [], []
-    for batch in DataLoader(dataset, batch_size=batch_size):
-        probs.append(torch.sigmoid(model(batch[0].to(device)).float()).cpu())
-        targets.append(batch[1])
-    return torch.cat(probs).numpy(), torch.cat(targets).numpy()
+    indexed = IndexedDataset(dataset)
+    sampler = DistributedSampler(indexed, shuffle=False) if process.distributed else None
+    indices, probs, targets = [], [], []
+    for batch in DataLoader(indexed, batch_size=batch_size, sampler=sampler):
+        indices.append(batch[0])
+        probs.append(torch.sigmoid(model(batch[1].to(device)).float()).cpu())
+        targets.append(batch[2])
+    return gather_rows(process, torch.cat(indices).numpy(), torch.cat(probs).numpy(), torch.cat(targets).numpy())
 
 
-def validate(model, datasets: bd.Datasets, batch_size: int, device: torch.device) -> tuple[dict, dict]:
+def validate(model, datasets: bd.Datasets, batch_size: int, device: torch.device, process: Process,
+             prefix: str = "val") -> tuple[dict, dict]:
     """Macro ROC-AUC (competition rule) on held-out clips and labelled soundscapes, plus per-class AUC."""
     named = {"clip": datasets.val_clips, "soundscape": datasets.soundscapes}
     scores, per_class = {}, {}
     for name, dataset in named.items():
         if dataset is None or len(dataset) == 0:
             continue
-        probs, targets = predict(model, dataset, batch_size, device)
+        probs, targets = predict(model, dataset, batch_size, device, process)
         hard = (targets >= 0.5).astype(np.int64)  # secondary labels at 0.5 count as present
-        scores[f"val/{name}_macro_auc"] = macro_roc_auc(hard, probs)
+        scores[f"{prefix}/{name}_macro_auc"] = macro_roc_auc(hard, probs)
         per_class[name] = per_class_auc(hard, probs, datasets.class_names)
     return scores, per_class
 
 
+def make_loader(datasets: bd.Datasets, cfg: DictConfig, process: Process, generator: torch.Generator) -> DataLoader:
+    """Shuffled batches; a weighted sampler for class balance, or a DistributedSampler under torchrun."""
+    sampler = None
+    if datasets.train_sampling_weights is not None:
+        if process.distributed:
+            raise ValueError("class-balanced sampling (train_sampling_weights) is not supported with torchrun; "
+                             "turn it off in the data config")
+        sampler = WeightedRandomSampler(datasets.train_sampling_weights, len(datasets.train), generator=generator)
+    elif process.distributed:
+        sampler = DistributedSampler(datasets.train, shuffle=True, seed=cfg.seed, drop_last=True)
+    loader = DataLoader(datasets.train, batch_size=cfg.trainer.batch_size, shuffle=sampler is None, sampler=sampler,
+                        drop_last=True, num_workers=cfg.trainer.num_workers, generator=generator)
+    if len(loader) == 0:
+        raise ValueError(f"{len(datasets.train)} training clips are fewer than one batch of {cfg.trainer.batch_size}")
+    return loader
+
+
+def resume_path(setting: str | None, run_dir: Path) -> Path | None:
+    """trainer.resume: a path to last.pt, or 'auto' = this run dir's last.pt when it exists."""
+    if not setting:
+        return None
+    if setting == "auto":
+        path = run_dir / "checkpoints" / "last.pt"
+        return path if path.exists() else None
+    return Path(hydra.utils.to_absolute_path(setting))
+
+
 def run(cfg: DictConfig, run_dir: str | Path) -> float:
-    """Train with the composed config; write checkpoints/best.pt and metrics.json into run_dir."""
+    """Train with the composed config; write checkpoints/ and metrics.json into run_dir (rank 0)."""
     run_dir = Path(run_dir)
+    process, device = init_process(cfg.trainer.device)
     seed_everything(cfg.seed)
-    device = resolve_device(cfg.trainer.device)
-    datasets = bd.build_datasets(cfg.data, cfg.seed)
+    datasets = bd.build_datasets(cfg.data, cfg.seed, report_dir=run_dir)
     monitor = f"val/{cfg.data.get('monitor', 'clip')}_macro_auc"
     if monitor == "val/soundscape_macro_auc" and datasets.soundscapes is None:
         monitor = "val/clip_macro_auc"
 
     model = hydra.utils.instantiate(cfg.model, num_classes=len(datasets.class_names)).to(device)
+    model.spec_augment = hydra.utils.instantiate(cfg.augment.spec)  # train-mode only, inside the model
+    augment = hydra.utils.instantiate(cfg.augment.waveform)  # None = no waveform augmentation
+    ema = ModelEmaV3(model, decay=cfg.trainer.ema_decay) if cfg.trainer.ema_decay else None
+    net = DistributedDataParallel(model) if process.distributed else model  # `model` stays the bare module
     criterion = hydra.utils.instantiate(cfg.loss)
     optimizer = hydra.utils.instantiate(cfg.optimizer)(params=model.parameters())
     generator = torch.Generator().manual_seed(cfg.seed)
-    sampler = None
-    if datasets.train_sampling_weights is not None:  # rare-class oversampling / frequent-class caps
-        sampler = WeightedRandomSampler(datasets.train_sampling_weights, len(datasets.train), generator=generator)
-    loader = DataLoader(datasets.train, batch_size=cfg.trainer.batch_size, shuffle=sampler is None, sampler=sampler,
-                        drop_last=True, num_workers=cfg.trainer.num_workers, generator=generator)
-    if len(loader) == 0:
-        raise ValueError(f"{len(datasets.train)} training clips are fewer than one batch of {cfg.trainer.batch_size}")
-    steps_per_epoch = min(len(loader), cfg.trainer.max_steps_per_epoch or len(loader))
+    loader = make_loader(datasets, cfg, process, generator)
+    accumulate = cfg.trainer.accumulate_grad_batches
+    steps_per_epoch = min(len(loader), cfg.trainer.max_steps_per_epoch or len(loader)) // accumulate
+    if steps_per_epoch == 0:
+        raise ValueError(f"trainer.accumulate_grad_batches={accumulate} exceeds the {len(loader)} batches of an epoch")
     total_steps = cfg.trainer.epochs * steps_per_epoch
     scheduler = hydra.utils.instantiate(cfg.scheduler)(optimizer, total_steps=total_steps)
 
@@ -92,60 +147,101 @@ def run(cfg: DictConfig, run_dir: str | Path) -> float:
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
 
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    logger = hydra.utils.instantiate(cfg.logger)
+    loop: dict[str, Any] = {"epoch": 0, "step": 0, "best": -math.inf, "best_epoch": -1, "best_source": "model",
+                            "best_by_source": {}, "stale": 0, "history": [], "per_class": {}}
+    if (path := resume_path(cfg.trainer.resume, run_dir)) is not None:
+        loop = restore_training_state(path, model, optimizer, scheduler, scaler, ema, generator)
+        log.info("resumed from %s at epoch %d (step %d)", path, loop["epoch"], loop["step"])
+    logger = hydra.utils.instantiate(cfg.logger) if process.is_main else NullLogger()
     logger.start(run_dir, resolved, name=run_dir.name)
-    history, best, best_epoch, best_per_class, step = [], -math.inf, -1, {}, 0
-    log.info("training %s on %s: %d epochs x %d steps", cfg.model.backbone, device, cfg.trainer.epochs, steps_per_epoch)
+
+    def payload(module: torch.nn.Module, epoch: int, metric: float) -> dict[str, Any]:
+        return {"model": module.state_dict(), "config": resolved, "class_names": datasets.class_names,
+                "epoch": epoch, "metric": {monitor: metric}}
+
+    log.info("training %s on %s x%d: %d epochs x %d optimiser steps", cfg.model.backbone, device,
+             process.world_size, cfg.trainer.epochs, steps_per_epoch)
     try:
-        for epoch in range(cfg.trainer.epochs):
-            model.train()
-            running = 0.0
-            bar = tqdm(loader, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.trainer.epochs}", leave=False)
-            for waveform, target, weight in bar:
-                if bar.n >= steps_per_epoch:
-                    break
-                waveform, target, weight = waveform.to(device), target.to(device), weight.to(device)
-                criterion.set_progress(step / total_steps)  # blend schedules read training progress
-                with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
-                    logits = model(waveform)  # [B, C]
-                loss = criterion(logits.float(), target, weight)
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch + 1}, step {step}; "
-                                             f"the last good checkpoint is kept in {run_dir / 'checkpoints'}")
+        for epoch in range(loop["epoch"], cfg.trainer.epochs):
+            net.train()
+            if isinstance(loader.sampler, DistributedSampler):
+                loader.sampler.set_epoch(epoch)
+            running, batches = 0.0, iter(loader)
+            bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.trainer.epochs}", leave=False,
+                       disable=not process.is_main)
+            for _ in bar:
+                criterion.set_progress(loop["step"] / total_steps)  # blend schedules read training progress
                 optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
+                for micro in range(accumulate):  # gradient accumulation: one optimiser step per `accumulate` batches
+                    waveform, target, weight = (t.to(device) for t in next(batches))
+                    if augment is not None:
+                        waveform, target, weight = augment(waveform, target, weight)
+                    with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
+                        logits = net(waveform)  # [B, C]
+                    loss = criterion(logits.float(), target, weight)
+                    if any_rank(process, not torch.isfinite(loss).item(), device):
+                        raise FloatingPointError(
+                            f"loss is {loss.item()} at epoch {epoch + 1}, step {loop['step']}; training stopped. "
+                            f"The last good checkpoints are kept in {run_dir / 'checkpoints'}")
+                    scaler.scale(loss / accumulate).backward()
+                    running += loss.item() / accumulate
                 scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.trainer.grad_clip_norm)
                 scaler.step(optimizer)
                 scaler.update()
-                step += 1
-                scheduler.step_update(step)
-                running += loss.item()
+                loop["step"] += 1
+                scheduler.step_update(loop["step"])
+                if ema is not None:
+                    ema.update(model, step=loop["step"])
                 bar.set_postfix(loss=f"{loss.item():.4f}")
-                logger.log({"train/loss": loss.item(), "train/lr": optimizer.param_groups[0]["lr"]}, step=step)
+                logger.log({"train/loss": loss.item(), "train/lr": optimizer.param_groups[0]["lr"]}, step=loop["step"])
 
-            record = {"epoch": epoch + 1, "train_loss": running / steps_per_epoch}
-            last_epoch = epoch + 1 == cfg.trainer.epochs
-            if (epoch + 1) % cfg.trainer.val_every == 0 or last_epoch:
-                scores, per_class = validate(model, datasets, cfg.trainer.eval_batch_size, device)
-                record.update(scores)
-                logger.log(scores, step=step)
-                current = scores.get(monitor, float("nan"))
-                if current > best or best_epoch < 0:
-                    best, best_epoch, best_per_class = current, epoch + 1, per_class
-                    save_checkpoint(run_dir / "checkpoints" / "best.pt", {
-                        "model": model.state_dict(), "config": resolved, "class_names": datasets.class_names,
-                        "epoch": epoch + 1, "metric": {monitor: current},
-                    })
-                    for name, aucs in per_class.items():
-                        logger.log_table(f"val/{name}_per_class_auc", ["class", "auc"], [[k, v] for k, v in aucs.items()], step)
-            history.append(record)
+            record: dict[str, Any] = {"epoch": epoch + 1, "train_loss": running / steps_per_epoch}
+            if (epoch + 1) % cfg.trainer.val_every == 0 or epoch + 1 == cfg.trainer.epochs:
+                candidates = {"model": validate(model, datasets, cfg.trainer.eval_batch_size, device, process)}
+                if ema is not None:
+                    candidates["ema"] = validate(ema.module, datasets, cfg.trainer.eval_batch_size, device, process, "val_ema")
+                improved = False
+                for source, (scores, per_class) in candidates.items():
+                    record.update(scores)
+                    logger.log(scores, step=loop["step"])
+                    current = scores.get(monitor.replace("val/", "val_ema/") if source == "ema" else monitor, math.nan)
+                    if source not in loop["best_by_source"] or current > loop["best_by_source"][source]:
+                        loop["best_by_source"][source] = current
+                        if process.is_main:  # best.pt for the raw weights, best_ema.pt for the EMA's
+                            module = model if source == "model" else ema.module
+                            save_checkpoint(run_dir / "checkpoints" / BEST_FILES[source], payload(module, epoch + 1, current))
+                    if current > loop["best"] or loop["best_epoch"] < 0:
+                        improved = True
+                        loop.update(best=current, best_epoch=epoch + 1, best_source=source, per_class=per_class)
+                        for name, aucs in per_class.items():
+                            logger.log_table(f"val/{name}_per_class_auc", ["class", "auc"],
+                                             [[k, v] for k, v in aucs.items()], loop["step"])
+                loop["stale"] = 0 if improved else loop["stale"] + 1
+            loop["history"].append(record)
+            loop["epoch"] = epoch + 1
+            if process.is_main:  # everything needed to continue exactly from here
+                save_checkpoint(run_dir / "checkpoints" / "last.pt", {
+                    **payload(model, epoch + 1, loop["best"]), "loop": loop, "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+                    "ema": ema.module.state_dict() if ema is not None else None,
+                    "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
+                    "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None})
             log.info("epoch %d: %s", epoch + 1, "  ".join(f"{k}={v:.4f}" for k, v in record.items() if k != "epoch"))
+            patience = cfg.trainer.early_stopping_patience
+            if patience and loop["stale"] >= patience:
+                log.info("early stopping: %s has not improved for %d validations", monitor, patience)
+                break
     finally:
-        summary = {"best_val_macro_auc": best, "monitor": monitor, "best_epoch": best_epoch,
-                   "epochs": history, "per_class_auc": best_per_class, "class_names": datasets.class_names}
-        (run_dir / "metrics.json").write_text(json.dumps(summary, indent=2, allow_nan=True))
-        logger.summary({"best_val_macro_auc": best, "best_epoch": best_epoch})
+        if process.is_main:
+            summary = {"best_val_macro_auc": loop["best"], "monitor": monitor, "best_epoch": loop["best_epoch"],
+                       "best_source": loop["best_source"], "best_checkpoint": BEST_FILES.get(loop["best_source"]),
+                       "best_by_source": loop["best_by_source"], "epochs": loop["history"],
+                       "per_class_auc": loop["per_class"], "class_names": datasets.class_names}
+            (run_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
+            logger.summary({"best_val_macro_auc": loop["best"], "best_epoch": loop["best_epoch"]})
         logger.finish()
-    log.info("best %s = %.4f (epoch %d); checkpoint %s", monitor, best, best_epoch, run_dir / "checkpoints" / "best.pt")
-    return best
+        shutdown()
+    log.info("best %s = %.4f (epoch %d, %s weights); checkpoint %s", monitor, loop["best"], loop["best_epoch"],
+             loop["best_source"], run_dir / "checkpoints" / BEST_FILES[loop["best_source"]])
+    return loop["best"]
