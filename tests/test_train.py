@@ -26,6 +26,10 @@ def test_short_run_writes_checkpoint_metrics_and_wandb(tiny_dataset, tmp_path, l
     assert metrics["monitor"] == "val/soundscape_macro_auc"
     assert [e["epoch"] for e in metrics["epochs"]] == [1, 2]
     assert set(metrics["per_class_auc"]) == {"clip", "soundscape"}
+    worst = metrics["roc_worst_classes"]["soundscape"]
+    assert worst and all(len(c["fpr"]) == len(c["tpr"]) >= 2 for c in worst.values())
+    assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == [
+        "clip_roc.png", "clip_windows.png", "soundscape_roc.png", "soundscape_windows.png"]
 
     payload = load_checkpoint(tmp_path / "checkpoints" / "best.pt")
     assert payload["class_names"] == metrics["class_names"]
@@ -36,7 +40,8 @@ def test_short_run_writes_checkpoint_metrics_and_wandb(tiny_dataset, tmp_path, l
     runs = list(tmp_path.glob("wandb/offline-run-*/run-*.wandb"))
     assert len(runs) == 1
     record = runs[0].read_bytes()
-    for key in (b"best_val_macro_auc", b"val/soundscape_macro_auc", b"val/clip_macro_auc", b"train/loss", b"train/lr"):
+    for key in (b"best_val_macro_auc", b"val/soundscape_macro_auc", b"val/clip_macro_auc", b"train/loss", b"train/lr",
+                b"val/soundscape_per_class_auc", b"val/soundscape_windows", b"val/soundscape_roc_worst"):
         assert key in record, key
 
 

@@ -19,6 +19,9 @@ class NullLogger:
     def log_table(self, key: str, columns: list[str], rows: list[list[Any]], step: int) -> None:
         pass
 
+    def log_images(self, images: dict[str, Path], step: int) -> None:
+        pass
+
     def summary(self, metrics: dict[str, Any]) -> None:
         pass
 
@@ -48,6 +51,11 @@ class WandbLogger(NullLogger):
         import wandb
 
         self.run.log({key: wandb.Table(columns=columns, data=rows)}, step=step)
+
+    def log_images(self, images: dict[str, Path], step: int) -> None:
+        import wandb
+
+        self.run.log({key: wandb.Image(str(path)) for key, path in images.items()}, step=step)
 
     def summary(self, metrics: dict[str, Any]) -> None:
         self.run.summary.update(metrics)

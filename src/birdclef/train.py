@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, DistributedSampler, WeightedRandomSampl
 from tqdm.auto import tqdm
 
 from birdclef import data as bd
+from birdclef import report
 from birdclef.checkpoint import restore_training_state, save_checkpoint
 from birdclef.distributed import Process, any_rank, gather_rows, init_process, shutdown
 from birdclef.logger import NullLogger
@@ -74,10 +75,11 @@ def predict(model: torch.nn.Module, dataset, batch_size: int, device: torch.devi
 
 
 def validate(model, datasets: bd.Datasets, batch_size: int, device: torch.device, process: Process,
-             prefix: str = "val") -> tuple[dict, dict]:
-    """Macro ROC-AUC (competition rule) on held-out clips and labelled soundscapes, plus per-class AUC."""
+             prefix: str = "val") -> tuple[dict, dict, dict]:
+    """Macro ROC-AUC (competition rule) on held-out clips and labelled soundscapes, per-class AUC,
+    and the raw (probs, hard targets) of each set."""
     named = {"clip": datasets.val_clips, "soundscape": datasets.soundscapes}
-    scores, per_class = {}, {}
+    scores, per_class, outputs = {}, {}, {}
     for name, dataset in named.items():
         if dataset is None or len(dataset) == 0:
             continue
@@ -85,7 +87,27 @@ def validate(model, datasets: bd.Datasets, batch_size: int, device: torch.device
         hard = (targets >= 0.5).astype(np.int64)  # secondary labels at 0.5 count as present
         scores[f"{prefix}/{name}_macro_auc"] = macro_roc_auc(hard, probs)
         per_class[name] = per_class_auc(hard, probs, datasets.class_names)
-    return scores, per_class
+        outputs[name] = (probs, hard)
+    return scores, per_class, outputs
+
+
+def report_best(model, datasets: bd.Datasets, per_class: dict, outputs: dict, run_dir: Path, logger, step: int) -> dict:
+    """At a new best: per-class AUC tables, ROC curves of the worst classes and a few labelled windows
+    with their top predictions, as PNGs in run_dir/plots and in wandb. Returns the curves for metrics.json."""
+    named = {"clip": datasets.val_clips, "soundscape": datasets.soundscapes}
+    curves = {}
+    for name, (probs, hard) in outputs.items():
+        logger.log_table(f"val/{name}_per_class_auc", ["class", "auc"], [[k, v] for k, v in per_class[name].items()], step)
+        curves[name] = report.worst_roc_curves(hard, probs, datasets.class_names, per_class[name])
+        roc_png = report.plot_roc_curves(curves[name], f"{name}: worst classes", run_dir / "plots" / f"{name}_roc.png")
+        shown = np.flatnonzero(hard.any(axis=1))[:4]  # windows with a call
+        windows = torch.stack([named[name][int(i)][0] for i in shown]) if len(shown) else None
+        images = {f"val/{name}_roc_worst": roc_png}
+        if windows is not None:
+            images[f"val/{name}_windows"] = report.plot_windows(model.frontend, windows, hard[shown], probs[shown],
+                                                                datasets.class_names, run_dir / "plots" / f"{name}_windows.png")
+        logger.log_images(images, step)
+    return curves
 
 
 def make_loader(datasets: bd.Datasets, cfg: DictConfig, process: Process, generator: torch.Generator) -> DataLoader:
@@ -202,21 +224,20 @@ def run(cfg: DictConfig, run_dir: str | Path) -> float:
                 if ema is not None:
                     candidates["ema"] = validate(ema.module, datasets, cfg.trainer.eval_batch_size, device, process, "val_ema")
                 improved = False
-                for source, (scores, per_class) in candidates.items():
+                for source, (scores, per_class, outputs) in candidates.items():
                     record.update(scores)
                     logger.log(scores, step=loop["step"])
                     current = scores.get(monitor.replace("val/", "val_ema/") if source == "ema" else monitor, math.nan)
+                    module = model if source == "model" else ema.module
                     if source not in loop["best_by_source"] or current > loop["best_by_source"][source]:
                         loop["best_by_source"][source] = current
                         if process.is_main:  # best.pt for the raw weights, best_ema.pt for the EMA's
-                            module = model if source == "model" else ema.module
                             save_checkpoint(run_dir / "checkpoints" / BEST_FILES[source], payload(module, epoch + 1, current))
                     if current > loop["best"] or loop["best_epoch"] < 0:
                         improved = True
                         loop.update(best=current, best_epoch=epoch + 1, best_source=source, per_class=per_class)
-                        for name, aucs in per_class.items():
-                            logger.log_table(f"val/{name}_per_class_auc", ["class", "auc"],
-                                             [[k, v] for k, v in aucs.items()], loop["step"])
+                        if process.is_main:
+                            loop["roc_worst"] = report_best(module, datasets, per_class, outputs, run_dir, logger, loop["step"])
                 loop["stale"] = 0 if improved else loop["stale"] + 1
             loop["history"].append(record)
             loop["epoch"] = epoch + 1
@@ -237,7 +258,8 @@ def run(cfg: DictConfig, run_dir: str | Path) -> float:
             summary = {"best_val_macro_auc": loop["best"], "monitor": monitor, "best_epoch": loop["best_epoch"],
                        "best_source": loop["best_source"], "best_checkpoint": BEST_FILES.get(loop["best_source"]),
                        "best_by_source": loop["best_by_source"], "epochs": loop["history"],
-                       "per_class_auc": loop["per_class"], "class_names": datasets.class_names}
+                       "per_class_auc": loop["per_class"],
+                       "roc_worst_classes": loop.get("roc_worst", {}), "class_names": datasets.class_names}
             (run_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
             logger.summary({"best_val_macro_auc": loop["best"], "best_epoch": loop["best_epoch"]})
         logger.finish()
