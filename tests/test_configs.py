@@ -91,3 +91,14 @@ def test_debug_smoke_overrides():
     cfg = compose_train(["debug=smoke"])
     assert cfg.trainer.max_steps_per_epoch == 2 and cfg.model.backbone == "test_efficientnet"
     assert cfg.logger._target_.endswith("NullLogger")
+
+
+@pytest.mark.parametrize("experiment", group_options("experiment"))
+def test_each_experiment_composes_and_builds(experiment):
+    cfg = compose_train([f"experiment={experiment}", "data.root=/competition"])
+    assert cfg.task_name == experiment
+    assert isinstance(hydra.utils.instantiate(cfg.loss), MultilabelLoss)
+    if cfg.augment.waveform is not None:
+        assert callable(hydra.utils.instantiate(cfg.augment.waveform))
+    model = hydra.utils.instantiate(cfg.model, num_classes=3)
+    assert model(torch.randn(1, cfg.data.sample_rate * 5)).shape == (1, 3)
