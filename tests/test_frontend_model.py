@@ -48,3 +48,30 @@ def test_model_gives_logits_per_class(in_chans):
 def test_unknown_backbone_lists_close_matches():
     with pytest.raises(ValueError, match="efficientnet_b0"):
         create_backbone("efficentnet_b0", num_classes=3, in_chans=1)
+
+
+def test_per_band_median_removes_stationary_hum():
+    sample_rate = 32000
+    t = torch.arange(5 * sample_rate) / sample_rate
+    hum = 0.5 * torch.sin(2 * torch.pi * 1000 * t)
+    chirp = torch.zeros_like(t)
+    chirp[sample_rate : sample_rate + 8000] = torch.sin(2 * torch.pi * 6000 * t[:8000])
+    plain = LogMelFrontend(n_mels=64, hop_length=500)(hum[None] + chirp[None])[0, 0]  # [M, F]
+    median = LogMelFrontend(n_mels=64, hop_length=500, per_band_median=True)(hum[None] + chirp[None])[0, 0]
+    hum_band, chirp_band = plain.mean(dim=1).argmax(), median.amax(dim=1).argmax()
+    assert plain[hum_band].mean() > 2.0  # without it the constant hum is the loudest thing
+    assert median[hum_band].abs().mean() < 0.5  # with it the hum band is flat at its median
+    assert chirp_band != hum_band and median[chirp_band].max() > 3.0  # and the short call stands out
+
+
+def test_spectrogram_cnn_is_a_timm_model_with_heads():
+    import timm
+
+    from birdclef.model import AttentionSEDHead
+
+    net = timm.create_model("spectrogram_cnn_small", pretrained=False, num_classes=6, in_chans=1)
+    image = torch.randn(2, 1, 64, 321)
+    assert net(image).shape == (2, 6)
+    features = net.forward_features(image)
+    assert features.shape == (2, net.num_features, 4, 20)
+    assert AttentionSEDHead(net.num_features, 6)(features).shape == (2, 6)

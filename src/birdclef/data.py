@@ -186,10 +186,12 @@ class ClipDataset(Dataset):
     Training draws a random crop anywhere in the file (calls are not always at the start);
     validation takes the first window so every epoch scores the same audio.
     `clips` is a PackedAudio (cached or in RAM) or a FileAudio (decoded on the fly).
+    `repeats` > 1 lists every clip that many times per epoch (each time a fresh random crop), so a
+    small dataset still gives an epoch enough optimiser steps.
     """
 
     def __init__(self, clips: PackedAudio | FileAudio, targets: np.ndarray, clip_samples: int, train: bool,
-                 weights: np.ndarray | None = None) -> None:
+                 weights: np.ndarray | None = None, repeats: int = 1) -> None:
         if len(clips) != len(targets):
             raise ValueError(f"{len(clips)} clips but {len(targets)} target rows")
         self.clips = clips
@@ -197,11 +199,13 @@ class ClipDataset(Dataset):
         self.weights = torch.ones(len(targets)) if weights is None else torch.as_tensor(weights, dtype=torch.float32)
         self.clip_samples = clip_samples
         self.train = train
+        self.repeats = repeats
 
     def __len__(self) -> int:
-        return len(self.clips)
+        return len(self.clips) * self.repeats
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        index %= len(self.clips)
         length, start = self.clips.num_samples(index), 0
         if self.train and length > self.clip_samples:
             # torch's RNG: seeded by torch.manual_seed and per DataLoader worker, so runs repeat.
@@ -340,8 +344,9 @@ def build_datasets(cfg: DictConfig, seed: int, report_dir: str | Path | None = N
     val = np.flatnonzero(table["fold"].to_numpy() == cfg.fold)
     weights = rating_weights(ratings(table), cfg.unrated_weight) if cfg.rating_weights else None
     clip_samples = int(cfg.clip_seconds * cfg.sample_rate)
+    repeats = cfg.get("crops_per_clip", 1)
     train_set = ClipDataset(clips.take(clip_index[train]), targets[train], clip_samples, True,
-                            None if weights is None else weights[train])
+                            None if weights is None else weights[train], repeats=repeats)
     val_set = ClipDataset(clips.take(clip_index[val]), targets[val], clip_samples, False)
     soundscapes, bad_scapes = _soundscape_dataset(cfg, root, class_names)
     bad = {**bad, **bad_scapes}
@@ -349,5 +354,6 @@ def build_datasets(cfg: DictConfig, seed: int, report_dir: str | Path | None = N
     log.info("%d classes, %d training clips, %d held-out clips (fold %d of %d), %d files skipped%s",
              len(class_names), len(train), len(val), cfg.fold, cfg.n_folds, len(bad),
              f", {len(soundscapes)} labelled soundscape windows" if soundscapes else "")
+    sampling = class_balance_weights(table["primary_label"].iloc[train], cfg.class_balance_power)
     return Datasets(class_names, train_set, val_set, soundscapes,
-                    class_balance_weights(table["primary_label"].iloc[train], cfg.class_balance_power), bad)
+                    None if sampling is None else np.tile(sampling, repeats), bad)

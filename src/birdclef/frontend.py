@@ -11,7 +11,8 @@ class LogMelFrontend(nn.Module):
     """waveform [B, T] -> log-mel [B, 1, n_mels, frames], standardised per example.
 
     Per-example standardisation makes the network blind to recording gain, which differs wildly
-    between Xeno-canto clips and the soundscape recorders.
+    between Xeno-canto clips and the soundscape recorders. `per_band_median=True` first subtracts each
+    mel band's median over time: stationary noise and hum vanish and short calls stand out (PCEN-like).
     """
 
     def __init__(
@@ -23,6 +24,7 @@ class LogMelFrontend(nn.Module):
         f_min: float = 50.0,
         f_max: float = 14000.0,
         top_db: float = 80.0,
+        per_band_median: bool = False,
         eps: float = 1e-5,
     ) -> None:
         super().__init__()
@@ -43,6 +45,7 @@ class LogMelFrontend(nn.Module):
             mel_scale="slaney",
         )
         self.to_db = torchaudio.transforms.AmplitudeToDB(stype="power", top_db=top_db)
+        self.per_band_median = per_band_median
         self.eps = eps
 
     def n_frames(self, n_samples: int) -> int:
@@ -56,6 +59,8 @@ class LogMelFrontend(nn.Module):
         with torch.autocast(device_type=waveform.device.type, enabled=False):
             power = self.mel(waveform.float())  # [B, M, F]
             db = self.to_db(power.unsqueeze(1))  # [B, 1, M, F]; top_db clamps per example
+            if self.per_band_median:
+                db = db - db.median(dim=3, keepdim=True).values
             mean = db.mean(dim=(2, 3), keepdim=True)
             std = db.std(dim=(2, 3), keepdim=True)
             return (db - mean) / (std + self.eps)

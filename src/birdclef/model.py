@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from birdclef import backbones  # noqa: F401  (registers our spectrogram CNNs with timm)
 from birdclef.frontend import LogMelFrontend
 
 log = logging.getLogger(__name__)
@@ -82,12 +83,15 @@ class BirdClassifier(nn.Module):
         drop_path_rate: float | None = None,
         head: Callable[..., nn.Module] | None = None,
         pretrained_path: str | None = None,
+        global_pool: str | None = None,
     ) -> None:
         super().__init__()
         self.frontend = frontend
         self.in_chans = in_chans
         self.spec_augment: nn.Module | None = None
         extra = {} if drop_path_rate is None else {"drop_path_rate": drop_path_rate}
+        if global_pool is not None:  # timm pooling: 'avg', 'max', 'avgmax' (calls are short: max helps)
+            extra["global_pool"] = global_pool
         timm_file = pretrained_path if pretrained_path and not _is_birdclef_checkpoint(pretrained_path) else None
         self.backbone = create_backbone(backbone, 0 if head else num_classes, in_chans, timm_file, drop_rate=drop_rate, **extra)
         self.head = head(in_features=self.backbone.num_features, num_classes=num_classes) if head else None
