@@ -75,3 +75,12 @@ def test_spectrogram_cnn_is_a_timm_model_with_heads():
     features = net.forward_features(image)
     assert features.shape == (2, net.num_features, 4, 20)
     assert AttentionSEDHead(net.num_features, 6)(features).shape == (2, 6)
+
+
+def test_fixed_scale_keeps_levels_instead_of_standardising():
+    frontend = LogMelFrontend(n_mels=32, hop_length=1000, standardize=False)
+    quiet, loud = 0.01 * torch.randn(1, 32000), torch.randn(1, 32000)
+    # without standardisation a 40 dB louder input sits 40 dB / 20 = 2 units higher
+    assert (frontend(loud).mean() - frontend(quiet).mean()).item() == pytest.approx(2.0, abs=0.1)
+    standardised = LogMelFrontend(n_mels=32, hop_length=1000)
+    assert (standardised(loud).mean() - standardised(quiet).mean()).abs().item() < 1e-4

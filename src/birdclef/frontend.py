@@ -13,6 +13,7 @@ class LogMelFrontend(nn.Module):
     Per-example standardisation makes the network blind to recording gain, which differs wildly
     between Xeno-canto clips and the soundscape recorders. `per_band_median=True` first subtracts each
     mel band's median over time: stationary noise and hum vanish and short calls stand out (PCEN-like).
+    `standardize=False` replaces the per-example standardisation by a fixed dB scale (dB / 20).
     """
 
     def __init__(
@@ -25,6 +26,7 @@ class LogMelFrontend(nn.Module):
         f_max: float = 14000.0,
         top_db: float = 80.0,
         per_band_median: bool = False,
+        standardize: bool = True,
         eps: float = 1e-5,
     ) -> None:
         super().__init__()
@@ -46,6 +48,7 @@ class LogMelFrontend(nn.Module):
         )
         self.to_db = torchaudio.transforms.AmplitudeToDB(stype="power", top_db=top_db)
         self.per_band_median = per_band_median
+        self.standardize = standardize
         self.eps = eps
 
     def n_frames(self, n_samples: int) -> int:
@@ -61,6 +64,8 @@ class LogMelFrontend(nn.Module):
             db = self.to_db(power.unsqueeze(1))  # [B, 1, M, F]; top_db clamps per example
             if self.per_band_median:
                 db = db - db.median(dim=3, keepdim=True).values
+            if not self.standardize:  # a fixed scale keeps a call's level above the noise comparable across windows
+                return db / 20.0
             mean = db.mean(dim=(2, 3), keepdim=True)
             std = db.std(dim=(2, 3), keepdim=True)
             return (db - mean) / (std + self.eps)
