@@ -215,3 +215,18 @@ def test_labels_secondary_and_class_list_checks(tmp_path, caplog):
         tmp_path / "sample_submission.csv", index=False)
     assert bd.load_class_names(tmp_path) == CLASSES
     assert "['rufmot']" in caplog.text and "['newbird']" in caplog.text
+
+
+def test_crops_per_clip_repeats_each_clip_with_fresh_crops():
+    samples = np.concatenate([np.arange(SR * 3), np.arange(SR // 2)]).astype(np.float32)
+    clips = cache.PackedAudio(np.array([0, SR * 3]), np.array([SR * 3, SR // 2]), Path("unused"), samples)
+    targets = np.eye(2, dtype=np.float32)
+    dataset = bd.ClipDataset(clips, targets, SR, train=True, repeats=3)
+    assert len(dataset) == 6
+    torch.manual_seed(0)
+    items = list(dataset)  # plain iteration stops at len(dataset)
+    assert len(items) == 6
+    assert all(torch.equal(items[k][1], torch.from_numpy(targets[k % 2])) for k in range(6))
+    starts = {int(items[k][0][0]) for k in (0, 2, 4)}  # clip 0 three times: three random crops
+    assert len(starts) > 1 and all(items[k][0].shape == (SR,) for k in range(6))
+    assert torch.count_nonzero(items[1][0][SR // 2 :]) == 0  # the short clip is zero-padded

@@ -205,7 +205,9 @@ class ClipDataset(Dataset):
         return len(self.clips) * self.repeats
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        index %= len(self.clips)
+        if not 0 <= index < len(self):
+            raise IndexError(f"clip {index} of {len(self)}")  # also ends plain `for item in dataset` loops
+        index %= len(self.clips)  # repeats: the same clip again, with a fresh random crop
         length, start = self.clips.num_samples(index), 0
         if self.train and length > self.clip_samples:
             # torch's RNG: seeded by torch.manual_seed and per DataLoader worker, so runs repeat.
