@@ -96,7 +96,7 @@ def test_checkpoints_with_different_classes_are_refused(checkpoint, tmp_path):
 
 def test_corrupt_file_gets_neutral_rows_and_is_reported(checkpoint, one_soundscape, caplog):
     (one_soundscape / "broken.ogg").write_bytes(b"OggS not really a vorbis stream" * 10)
-    result = predict_soundscapes(checkpoint, one_soundscape, progress=False)
+    result = predict_soundscapes(checkpoint, one_soundscape, decode_workers=2, progress=False)  # threaded decoding
     assert list(result.failed) == ["broken.ogg"]
     assert "broken.ogg" in caplog.text
     frame = result.frame.set_index("row_id")

@@ -135,3 +135,16 @@ def test_torchrun_two_processes_on_cpu(tiny_dataset, tmp_path):
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["best.pt", "last.pt"]
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert 0.0 <= metrics["best_val_macro_auc"] <= 1.0
+
+
+def test_inference_rebuild_does_not_need_the_pretrained_file(tiny_dataset, tmp_path):
+    from birdclef.checkpoint import load_model
+
+    source = timm.create_model("test_efficientnet", pretrained=False, num_classes=1000, in_chans=3)
+    file = tmp_path / "imagenet.pth"
+    torch.save(source.state_dict(), file)
+    run(compose_train([f"data.root={tiny_dataset}", *FAST, "trainer.epochs=1", f"model.pretrained_path={file}"]),
+        run_dir=tmp_path / "run")
+    file.unlink()  # as on Kaggle: the training-time weights file is not there
+    model, class_names, _ = load_model(tmp_path / "run" / "checkpoints" / "best.pt")
+    assert model(torch.randn(1, 32000)).shape == (1, len(class_names))

@@ -41,7 +41,12 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 
 
 def build_model(model_cfg: dict[str, Any], num_classes: int) -> nn.Module:
-    """Instantiate the model group of a (resolved) config for num_classes outputs."""
+    """Instantiate the model group of a (resolved) config for num_classes outputs.
+
+    The trained weights replace any initial ones, so the training-time pretrained file (absent on a
+    Kaggle machine) is not needed: it is dropped from the config.
+    """
+    model_cfg = {key: value for key, value in model_cfg.items() if key != "pretrained_path"}
     return hydra.utils.instantiate(OmegaConf.create(model_cfg), num_classes=num_classes)
 
 

@@ -181,7 +181,7 @@ def predict_soundscapes(
     backend: str = "torch",
     smoothing: Sequence[float] | None = None,
     window_seconds: int = 5,
-    decode_workers: int = 1,
+    decode_workers: int = 0,
     threads: int | None = None,
     progress: bool = True,
 ) -> Submission:
@@ -196,7 +196,7 @@ def predict_soundscapes(
 
 
 def predict_files(ensemble: Ensemble, paths: Sequence[Path], smoothing: Sequence[float] | None = None,
-                  window_seconds: int = 5, decode_workers: int = 1, progress: bool = True) -> Submission:
+                  window_seconds: int = 5, decode_workers: int = 0, progress: bool = True) -> Submission:
     """predict_soundscapes with an ensemble loaded once (benchmarks call it repeatedly)."""
     window_samples = window_seconds * ensemble.sample_rate
     n_classes = len(ensemble.class_names)
