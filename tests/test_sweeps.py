@@ -138,7 +138,7 @@ def fake_run(run_dir: Path, score: float) -> None:
                "best_source": "model", "epochs": epochs, "per_class_auc": per_class}
     (run_dir / "plots").mkdir(parents=True)
     (run_dir / "metrics.json").write_text(json.dumps(metrics))
-    (run_dir / "timing.json").write_text(json.dumps({"seconds": 30.0, "epochs": 2}))
+    (run_dir / "timing.json").write_text(json.dumps({"seconds": 30.0, "cpu_seconds": 55.0, "epochs": 2}))
     (run_dir / "plots" / "soundscape_roc.png").write_bytes(b"png")
 
 
