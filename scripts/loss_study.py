@@ -25,9 +25,9 @@ from birdclef.study import VARIANTS, compose_config, load_result, run_once, trai
 REPO = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO / "configs"
 
-# The trainer's default 12 epochs take ~10 min a run on a 2-core CPU (37 steps of 32 crops an epoch):
-# 15 runs would take over 2 h. 4 epochs keep the whole study under an hour (docs/loss_study.md).
-STUDY_EPOCHS = 4
+# The trainer's default 20 epochs take ~6 min a run on a 2-core CPU (37 steps of 32 crops an epoch):
+# 15 runs would take 1.5 h. 8 epochs keep the whole study under an hour (docs/loss_study.md).
+STUDY_EPOCHS = 8
 
 log = logging.getLogger("loss_study")
 

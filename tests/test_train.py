@@ -59,3 +59,21 @@ def test_nan_loss_stops_with_a_clear_message(tiny_dataset, tmp_path, monkeypatch
     with pytest.raises(FloatingPointError, match="loss is nan"):
         run(cfg, run_dir=tmp_path)
     assert (tmp_path / "metrics.json").exists()
+
+
+def test_fold_null_trains_on_every_clip_and_validates_on_soundscapes(tiny_dataset, tmp_path):
+    import birdclef.data as bd
+
+    cfg = compose_train([f"data.root={tiny_dataset}", "logger=none", "data.fold=null", *FAST])
+    datasets = bd.build_datasets(cfg.data, cfg.seed)
+    assert datasets.val_clips is None
+    assert len(datasets.train.clips) == len(bd.load_metadata(tiny_dataset, datasets.class_names))
+    run(cfg, run_dir=tmp_path)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["monitor"] == "val/soundscape_macro_auc"
+    assert set(metrics["per_class_auc"]) == {"soundscape"}
+
+    no_soundscapes = compose_train([f"data.root={tiny_dataset}", "logger=none", "data.fold=null",
+                                    "data.soundscape_labels=null", *FAST])
+    with pytest.raises(ValueError, match="nothing to validate on"):
+        run(no_soundscapes, run_dir=tmp_path / "again")

@@ -171,7 +171,8 @@ def class_balance_weights(labels: pd.Series, power: float) -> np.ndarray | None:
 def training_rows(table: pd.DataFrame, cfg: DictConfig, seed: int) -> np.ndarray:
     """Positions of the training rows: not in the held-out fold, rating filter, per-class cap."""
     rating = ratings(table)
-    keep = (table["fold"].to_numpy() != cfg.fold) & ((rating >= cfg.min_rating) | (rating == 0))
+    in_training_folds = table["fold"].to_numpy() != cfg.fold if cfg.fold is not None else np.ones(len(table), bool)
+    keep = in_training_folds & ((rating >= cfg.min_rating) | (rating == 0))
     if cfg.drop_unrated:
         keep &= rating > 0
     rows = table.iloc[np.flatnonzero(keep)]
@@ -261,7 +262,7 @@ def load_labelled_soundscapes(audio_dir: Path, labels_csv: Path, class_names: Se
 class Datasets:
     class_names: list[str]
     train: ClipDataset
-    val_clips: ClipDataset
+    val_clips: ClipDataset | None  # None when data.fold=null: every clip trains
     soundscapes: TensorDataset | None  # labelled soundscape windows, when a label file is configured
     # per-training-clip sampling weights [N_train] for a WeightedRandomSampler; None = plain shuffling
     train_sampling_weights: np.ndarray | None = None
@@ -343,18 +344,19 @@ def build_datasets(cfg: DictConfig, seed: int, report_dir: str | Path | None = N
                     dict(unknown.most_common(10)))
     clip_index = table["filename"].map(position).to_numpy()
     train = training_rows(table, cfg, seed)
-    val = np.flatnonzero(table["fold"].to_numpy() == cfg.fold)
+    # fold=null holds no clip out (a final fit on everything); the labelled soundscapes still validate
+    val = np.flatnonzero(table["fold"].to_numpy() == cfg.fold) if cfg.fold is not None else None
     weights = rating_weights(ratings(table), cfg.unrated_weight) if cfg.rating_weights else None
     clip_samples = int(cfg.clip_seconds * cfg.sample_rate)
     repeats = cfg.get("crops_per_clip", 1)
     train_set = ClipDataset(clips.take(clip_index[train]), targets[train], clip_samples, True,
                             None if weights is None else weights[train], repeats=repeats)
-    val_set = ClipDataset(clips.take(clip_index[val]), targets[val], clip_samples, False)
+    val_set = None if val is None else ClipDataset(clips.take(clip_index[val]), targets[val], clip_samples, False)
     soundscapes, bad_scapes = _soundscape_dataset(cfg, root, class_names)
     bad = {**bad, **bad_scapes}
     report_bad_files(bad, report_dir)
-    log.info("%d classes, %d training clips, %d held-out clips (fold %d of %d), %d files skipped%s",
-             len(class_names), len(train), len(val), cfg.fold, cfg.n_folds, len(bad),
+    held_out = "no held-out clips (data.fold=null)" if val is None else f"{len(val)} held-out clips (fold {cfg.fold} of {cfg.n_folds})"
+    log.info("%d classes, %d training clips, %s, %d files skipped%s", len(class_names), len(train), held_out, len(bad),
              f", {len(soundscapes)} labelled soundscape windows" if soundscapes else "")
     sampling = class_balance_weights(table["primary_label"].iloc[train], cfg.class_balance_power)
     return Datasets(class_names, train_set, val_set, soundscapes,

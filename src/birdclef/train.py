@@ -146,6 +146,11 @@ def run(cfg: DictConfig, run_dir: str | Path) -> float:
     monitor = f"val/{cfg.data.get('monitor', 'clip')}_macro_auc"
     if monitor == "val/soundscape_macro_auc" and datasets.soundscapes is None:
         monitor = "val/clip_macro_auc"
+    if monitor == "val/clip_macro_auc" and datasets.val_clips is None:
+        if datasets.soundscapes is None:
+            raise ValueError("data.fold=null holds no clips out and no labelled soundscapes are configured "
+                             "(data.soundscape_labels): nothing to validate on")
+        monitor = "val/soundscape_macro_auc"
 
     model = hydra.utils.instantiate(cfg.model, num_classes=len(datasets.class_names)).to(device)
     model.spec_augment = hydra.utils.instantiate(cfg.augment.spec)  # train-mode only, inside the model
