@@ -33,11 +33,11 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for every run")
     args = parser.parse_args()
 
-    arms = [list(ARMS)[i] for i in args.arms]
+    names = list(ARMS)
     results = []
     for seed in args.seeds:  # seeds outermost: an interrupted comparison still has every arm at seed 0
-        for position, arm in enumerate(arms):
-            run_dir = args.out / f"arm{args.arms[position]}" / str(seed)
+        for index in args.arms:
+            arm, run_dir = names[index], args.out / f"arm{index}" / str(seed)
             cfg = compose_config(CONFIGS, [*ARMS[arm], f"seed={seed}", "logger=none", *args.overrides])
             run_once(cfg, run_dir)
             results.append(load_result(arm, seed, run_dir))

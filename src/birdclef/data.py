@@ -268,6 +268,11 @@ class Datasets:
     train_sampling_weights: np.ndarray | None = None
     bad_files: dict[str, str] = field(default_factory=dict)  # skipped file -> reason (also in bad_files.csv)
 
+    def validation_sets(self) -> dict[str, Dataset]:
+        """The validation sets this run has, by name ("clip", "soundscape"), held-out clips first."""
+        named = {"clip": self.val_clips, "soundscape": self.soundscapes}
+        return {name: dataset for name, dataset in named.items() if dataset is not None}
+
 
 def cache_folder(cfg: DictConfig, root: Path) -> Path:
     """<cache_dir>/<root name>-<hash of the root path>: one folder per dataset, outside data.root."""

@@ -78,10 +78,9 @@ def validate(model, datasets: bd.Datasets, batch_size: int, device: torch.device
              prefix: str = "val") -> tuple[dict, dict, dict]:
     """Macro ROC-AUC (competition rule) on held-out clips and labelled soundscapes, per-class AUC,
     and the raw (probs, hard targets) of each set."""
-    named = {"clip": datasets.val_clips, "soundscape": datasets.soundscapes}
     scores, per_class, outputs = {}, {}, {}
-    for name, dataset in named.items():
-        if dataset is None or len(dataset) == 0:
+    for name, dataset in datasets.validation_sets().items():
+        if len(dataset) == 0:
             continue
         probs, targets = predict(model, dataset, batch_size, device, process)
         hard = (targets >= 0.5).astype(np.int64)  # secondary labels at 0.5 count as present
@@ -94,7 +93,7 @@ def validate(model, datasets: bd.Datasets, batch_size: int, device: torch.device
 def report_best(model, datasets: bd.Datasets, per_class: dict, outputs: dict, run_dir: Path, logger, step: int) -> dict:
     """At a new best: per-class AUC tables, ROC curves of the worst classes and a few labelled windows
     with their top predictions, as PNGs in run_dir/plots and in wandb. Returns the curves for metrics.json."""
-    named = {"clip": datasets.val_clips, "soundscape": datasets.soundscapes}
+    named = datasets.validation_sets()
     curves = {}
     for name, (probs, hard) in outputs.items():
         logger.log_table(f"val/{name}_per_class_auc", ["class", "auc"], [[k, v] for k, v in per_class[name].items()], step)
@@ -143,14 +142,12 @@ def run(cfg: DictConfig, run_dir: str | Path) -> float:
     process, device = init_process(cfg.trainer.device)
     seed_everything(cfg.seed)
     datasets = bd.build_datasets(cfg.data, cfg.seed, report_dir=run_dir)
-    monitor = f"val/{cfg.data.get('monitor', 'clip')}_macro_auc"
-    if monitor == "val/soundscape_macro_auc" and datasets.soundscapes is None:
-        monitor = "val/clip_macro_auc"
-    if monitor == "val/clip_macro_auc" and datasets.val_clips is None:
-        if datasets.soundscapes is None:
-            raise ValueError("data.fold=null holds no clips out and no labelled soundscapes are configured "
-                             "(data.soundscape_labels): nothing to validate on")
-        monitor = "val/soundscape_macro_auc"
+    available = list(datasets.validation_sets())
+    if not available:
+        raise ValueError("data.fold=null holds no clips out and no labelled soundscapes are configured "
+                         "(data.soundscape_labels): nothing to validate on")
+    preferred = cfg.data.get("monitor", "clip")  # the other set stands in when this one is absent
+    monitor = f"val/{preferred if preferred in available else available[0]}_macro_auc"
 
     model = hydra.utils.instantiate(cfg.model, num_classes=len(datasets.class_names)).to(device)
     model.spec_augment = hydra.utils.instantiate(cfg.augment.spec)  # train-mode only, inside the model
